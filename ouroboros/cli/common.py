@@ -23,6 +23,21 @@ Overwrite = Annotated[bool, typer.Option(help="replace an existing output folder
 Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")]
 
 
+def quiet_libraries() -> None:
+    """Hide the libraries' own progress bars and info logs: commands show rich progress instead."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.utils.logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
 def fail(message: str) -> None:
     """Print one paragraph to stderr and exit with code 2."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -36,6 +51,7 @@ def handle_errors(func):
     def wrapper(*args, **kwargs):
         from ouroboros.core.errors import OuroborosError
 
+        quiet_libraries()
         try:
             return func(*args, **kwargs)
         except OuroborosError as err:

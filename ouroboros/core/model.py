@@ -110,13 +110,14 @@ class OuroborosModel(nn.Module):
         """One recurrent step t: controller -> modulation -> modulated layer -> per-step norm -> gate."""
         if plain:
             return _call(self.recurrent, h, mask, kw)
-        c = self.controller(h, t, valid)  # (B, T, S) or None
+        h32 = h.float()  # components compute in fp32 (their master dtype) whatever the backbone dtype
+        c = self.controller(h32, t, valid)  # (B, T, S) or None
         ds = self.modulation(c, t)  # {target: (B, T, r) or (r,)}
         paths = {k: (*self.bases.pair(k), d, self.config.scale) for k, d in ds.items()}
         with modulated(self._wrappers, paths):
             h_new = _call(self.recurrent, h, mask, kw)
-        h_new = self.normalizer(h_new, t)
-        return self.gate(h_new, h, t)
+        h_new = self.normalizer(h_new.float(), t)
+        return self.gate(h_new, h32, t).to(h.dtype)
 
     def _attention_masks(self, h, attention_mask, pos) -> dict[str, torch.Tensor]:
         """Explicit causal (+ padding) masks built with the backbone's own utilities, one per layer type."""
