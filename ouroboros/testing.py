@@ -40,7 +40,24 @@ def tiny_backbone(path: Path, family: str = "llama", layers: int = 5, width: int
             if name.endswith("_proj.bias"):
                 p.normal_(0, 0.1)
     model.save_pretrained(path)
+    char_tokenizer().save_pretrained(path)
     return str(path)
+
+
+CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \n.,;:!?'\"-()"
+
+
+def char_tokenizer():
+    """A character-level tokenizer for the tiny backbones: <pad>=0, <unk>=1, <eos>=2, then 79 characters."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<unk>": 1, "<eos>": 2, **{c: i + 3 for i, c in enumerate(CHARS)}}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>")
 
 
 def compositions(kind: str, registry: Registry | None = None) -> list[Composition]:
