@@ -60,6 +60,21 @@ def handle_errors(func):
     return wrapper
 
 
+def parse_ints(text: str, option: str) -> list[int]:
+    """Parse a comma list of integers ("1,4,8"), naming the bad item on failure."""
+    from ouroboros.core.errors import ConfigError
+
+    items = [item.strip() for item in str(text).split(",") if item.strip()]
+    if not items:
+        raise ConfigError(f"{option} is empty; give one integer or a comma list such as 1,4,8")
+    try:
+        return [int(item) for item in items]
+    except ValueError:
+        bad = next(item for item in items if not item.lstrip("-").isdigit())
+        raise ConfigError(f"{option}: {bad!r} is not an integer; give one integer or a comma list such as 1,4,8"
+                          ) from None
+
+
 def fresh_output(path: Optional[Path], default: str, overwrite: bool) -> Path:
     """The output folder: never an existing one unless --overwrite; the default gets a numbered suffix."""
     if path is None:

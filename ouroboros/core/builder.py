@@ -113,8 +113,8 @@ def build(backbone: str = "smollm2-135m", *, registry: Registry | None = None, *
 
 
 def build_from_config(cfg: OuroborosConfig, registry: Registry | None = None,
-                      state: dict[str, torch.Tensor] | None = None, expected_hash: str | None = None
-                      ) -> OuroborosModel:
+                      state: dict[str, torch.Tensor] | None = None, expected_hash: str | None = None,
+                      parts: tuple[str, ...] | None = None) -> OuroborosModel:
     """Build from a recipe. With ``state`` (a checkpoint's tensors) the bases and components are loaded from it
     instead of recomputed, and the backbone must match ``expected_hash``."""
     cfg, split, layout, ctx, components = plan(cfg, registry)
@@ -134,15 +134,19 @@ def build_from_config(cfg: OuroborosConfig, registry: Registry | None = None,
         bases, reports = Bases(dict(ctx.target_shapes), cfg.rank), []
     model = OuroborosModel(cfg, hf, layout, split, components, bases, reports, digest)
     if state is not None:
-        load_owned(model, state)
+        load_owned(model, state, parts)
     return model
 
 
-def load_owned(model: OuroborosModel, state: dict[str, torch.Tensor]) -> None:
-    """Load a checkpoint's tensors into the owned modules; any missing or unexpected key is an error."""
+def load_owned(model: OuroborosModel, state: dict[str, torch.Tensor], parts: tuple[str, ...] | None = None
+               ) -> None:
+    """Load a checkpoint's tensors into the owned modules (all, or ``parts``); a missing or unexpected key is an
+    error."""
     from .errors import CheckpointError
 
     for name, module in model.owned_modules().items():
+        if parts is not None and name not in parts:
+            continue
         part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
         try:
             module.load_state_dict(part, strict=True)

@@ -102,7 +102,8 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(f.fileno())
 
 
-def save_checkpoint(model, path: Path) -> Path:
+def save_checkpoint(model, path: Path, extra: Callable[[Path], None] | None = None) -> Path:
+    """Write the checkpoint atomically; ``extra(folder)`` adds files (training state) in the same atomic write."""
     from safetensors.torch import save_file
 
     meta = checkpoint_meta(model)
@@ -111,6 +112,8 @@ def save_checkpoint(model, path: Path) -> Path:
     def write(tmp: Path) -> None:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if extra is not None:
+            extra(tmp)
 
     return atomic_dir(path, write)
 
@@ -167,7 +170,10 @@ def check_components(meta: dict[str, Any], registry: Registry) -> None:
                                   f"(registered: {', '.join(registry.names(kind))}){hint}")
 
 
-def load_checkpoint(path: Path, registry: Registry | None = None, **overrides: Any):
+def load_checkpoint(path: Path, registry: Registry | None = None, fresh_components: bool = False,
+                    **overrides: Any):
+    """Rebuild a saved model. ``fresh_components=True`` keeps the saved bases but re-initialises the trainable
+    components from the recipe's seed (the state right after ``ouro build``)."""
     from .builder import build_from_config
 
     registry = registry or default_registry()
@@ -178,7 +184,10 @@ def load_checkpoint(path: Path, registry: Registry | None = None, **overrides: A
         cfg = OuroborosConfig.from_dict({**meta["config"], **overrides})
     except (ConfigError, TypeError) as err:
         raise CheckpointError(f"{resolve_checkpoint(path) / CONFIG_FILE} holds an invalid config: {err}") from None
-    model = build_from_config(cfg, registry, state=state, expected_hash=meta.get("backbone_hash"))
+    if fresh_components:
+        state = {k: v for k, v in state.items() if k.startswith("bases.")}
+    model = build_from_config(cfg, registry, state=state, expected_hash=meta.get("backbone_hash"),
+                              parts=("bases",) if fresh_components else None)
     from .bases import BasisReport
 
     model.basis_reports = [BasisReport(**{**r, "shape": tuple(r["shape"])}) for r in meta.get("bases", [])]

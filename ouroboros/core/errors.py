@@ -23,3 +23,7 @@ class CheckpointError(OuroborosError):
 
 class DataError(OuroborosError):
     """A missing, empty or unknown dataset."""
+
+
+class TrainingError(OuroborosError):
+    """Training cannot go on (a non-finite loss); the last good checkpoint is kept."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
 
@@ -32,6 +33,25 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, attention_mask: t
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
 
+def chunked_lm_loss(h: torch.Tensor, head: nn.Module, labels: torch.Tensor,
+                    attention_mask: torch.Tensor | None = None, chunk: int = 1024) -> torch.Tensor:
+    """:func:`causal_lm_loss` of ``head(h)`` without ever holding all the logits: ``chunk`` tokens at a time,
+    each chunk's logits recomputed in the backward pass (activation checkpointing)."""
+    from torch.utils.checkpoint import checkpoint
+
+    targets = labels[:, 1:]  # the same single shift as causal_lm_loss
+    if attention_mask is not None:
+        targets = targets.masked_fill(attention_mask[:, 1:] == 0, -100)
+    hs, ts = h[:, :-1].flatten(0, 1), targets.flatten()  # (N, D), (N,)
+
+    def piece(x, t):
+        return F.cross_entropy(head(x).float(), t, ignore_index=-100, reduction="sum")
+
+    total = sum(checkpoint(piece, hs[i:i + chunk], ts[i:i + chunk], use_reentrant=False)
+                for i in range(0, hs.shape[0], chunk))
+    return total / (ts != -100).sum().clamp(min=1)
+
+
 class OuroborosModel(nn.Module):
     """Built by :func:`ouroboros.build` or :meth:`from_pretrained`; call with ``depth`` per forward."""
 
@@ -53,6 +73,7 @@ class OuroborosModel(nn.Module):
         self.lm_head = get_path(backbone, layout.head)
         if getattr(self.hf_config, "tie_word_embeddings", False):
             assert self.lm_head.weight is self.embed.weight, "tied embeddings were untied"
+        self.checkpoint_steps = False  # recompute each recurrent step in the backward pass (saves memory)
         self.requires_grad_(False)  # the backbone is frozen; owned parts are switched back on below
         self._wrappers = self._wrap_targets()
         self.bases = bases
@@ -84,10 +105,11 @@ class OuroborosModel(nn.Module):
 
     # ---------------------------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, depth: int | None = None, plain: bool = False
-                ) -> CausalLMOutput:
+                labels: torch.Tensor | None = None, depth: int | None = None, plain: bool = False,
+                return_logits: bool = True) -> CausalLMOutput:
         """Logits (B, T, V) and, with ``labels``, the loss. ``plain=True`` loops the bare recurrent layer (no
-        controller, low-rank path, norm or gate): at depth 1 this is the plain pruned backbone."""
+        controller, low-rank path, norm or gate): at depth 1 this is the plain pruned backbone.
+        ``return_logits=False`` (with labels) computes the loss in chunks and never holds the full logits."""
         depth = self.config.depth if depth is None else depth
         self.check_depth(depth)
         B, T = input_ids.shape
@@ -99,10 +121,17 @@ class OuroborosModel(nn.Module):
             h = _call(layer, h, masks[kind], kw)
         valid = attention_mask.bool() if attention_mask is not None else None
         for t in range(depth):
-            h = self.step(h, t, masks[self._types["recurrent"]], kw, valid, plain)
+            args = (h, t, masks[self._types["recurrent"]], kw, valid, plain)
+            if self.checkpoint_steps and torch.is_grad_enabled():
+                h = torch.utils.checkpoint.checkpoint(self.step, *args, use_reentrant=False)
+            else:
+                h = self.step(*args)
         for layer, kind in zip(self.coda, self._types["coda"]):
             h = _call(layer, h, masks[kind], kw)
-        logits = self.lm_head(self.norm(h))  # (B, T, V)
+        h = self.norm(h)
+        if not return_logits and labels is not None:
+            return CausalLMOutput(loss=chunked_lm_loss(h, self.lm_head, labels, attention_mask), logits=None)
+        logits = self.lm_head(h)  # (B, T, V)
         loss = causal_lm_loss(logits, labels, attention_mask) if labels is not None else None
         return CausalLMOutput(loss=loss, logits=logits)
 
