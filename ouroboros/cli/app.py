@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import build, evaluate, listing, plugins, train
+from . import ablate, build, evaluate, listing, plugins, train
 
 
 def make_app() -> typer.Typer:
@@ -15,7 +15,7 @@ def make_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    for module in (build, train, evaluate, plugins, listing):
+    for module in (build, train, evaluate, ablate, plugins, listing):
         module.register(app)
     from ouroboros.core.registry import get_plugin_manager
 
