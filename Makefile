@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine (each creates or refreshes .venv itself):
-#   make demo   build the embedded default model and print its summary
+#   make demo   run the quick ablation on the embedded default model and print its table
 #   make test   run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/ouro build --controller mlp --gate sigmoid -o runs/demo --overwrite
+	$(BIN)/ouro ablate smollm2-135m --preset quick -o runs/quick
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

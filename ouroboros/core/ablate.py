@@ -124,7 +124,7 @@ def expand(grid: Grid, registry=None) -> tuple[list[Arm], list[tuple[str, str]]]
 
     registry = registry or default_registry()
     option_axes = [[(key, value) for value in values] for key, values in sorted(grid.options.items())]
-    arms, skipped, seen = [], [], set()
+    arms, skipped, seen, checked = [], [], set(), {}
     for ctl, mod, gate, norm, depth, rank, lr, *opts in itertools.product(
             grid.controller, grid.modulation, grid.gate, grid.normalizer, grid.depth, grid.rank, grid.lr,
             *option_axes):
@@ -137,7 +137,15 @@ def expand(grid: Grid, registry=None) -> tuple[list[Arm], list[tuple[str, str]]]
             arm = Arm(**picked, options=kept, depth=depth, rank=rank, lr=lr)
             if arm in seen:
                 continue
-            plan(OuroborosConfig(**arm.recipe(grid)), registry)
+            key = dataclasses.replace(arm, lr=0.0)  # the learning rate does not change what can be built
+            if key not in checked:
+                try:
+                    plan(OuroborosConfig(**arm.recipe(grid)), registry)
+                    checked[key] = None
+                except ConfigError as err:
+                    checked[key] = err
+            if checked[key] is not None:
+                raise checked[key]
         except ConfigError as err:
             skipped.append((f"{ctl}/{mod}/{gate}/{norm} depth {depth} rank {rank} lr {lr:g}", str(err)))
             continue
