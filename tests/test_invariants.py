@@ -130,3 +130,35 @@ def test_mean_pooling_is_flagged_and_really_leaks_the_future(llama_dir, ids):
     changed[:, -1] = (changed[:, -1] + 1) % 97
     delta = (model(changed, depth=2).logits - model(ids, depth=2).logits).abs()
     assert delta[:, :-1].max() > 0  # earlier positions saw the last token: the reference code's bug
+
+
+def _grads(model, **kw):
+    model.zero_grad()
+    ids = torch.randint(3, 97, (2, 13), generator=torch.Generator().manual_seed(7))
+    loss = model(ids, depth=3, labels=ids, **kw).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_chunked_loss_and_step_checkpointing_change_nothing(llama_dir):
+    from ouroboros.core import model as model_module
+
+    model = ouroboros.build(llama_dir, prelude=1, recurrent=2, coda=1, rank=4, **PAPER)
+    randomise_trainable(model)
+    loss, grads = _grads(model)
+    chunked_loss, chunked = _grads(model, return_logits=False)
+    assert model(torch.zeros(1, 4, dtype=torch.long), labels=torch.zeros(1, 4, dtype=torch.long),
+                 return_logits=False).logits is None
+    assert torch.allclose(loss, chunked_loss, atol=1e-6)
+    assert all(torch.allclose(grads[n], chunked[n], atol=1e-6) for n in grads)
+    model.checkpoint_steps = True
+    ckpt_loss, ckpt = _grads(model, return_logits=False)
+    assert torch.allclose(loss, ckpt_loss, atol=1e-6) and all(torch.allclose(grads[n], ckpt[n], atol=1e-6)
+                                                              for n in grads)
+    # several chunks: force a chunk size smaller than the 2 x 12 predicted tokens
+    ids = torch.randint(3, 97, (2, 13), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        h = torch.randn(2, 13, model.hf_config.hidden_size)
+        small = model_module.chunked_lm_loss(h, model.lm_head, ids, chunk=5)
+        whole = model_module.causal_lm_loss(model.lm_head(h), ids)
+    assert torch.allclose(small, whole, atol=1e-6)

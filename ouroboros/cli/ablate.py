@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import Backbone, Overwrite, console, err_console, fresh_output, handle_errors, parse_ints
+from .common import Backbone, Device, Overwrite, console, err_console, fresh_output, handle_errors, parse_ints
 
 List = Annotated[Optional[str], typer.Option(help="comma list")]
 
@@ -43,6 +43,7 @@ def ablate(
     workers: Annotated[int, typer.Option(help="arms trained in parallel processes")] = 1,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="output folder (resumable)")] = None,
     overwrite: Overwrite = False,
+    device: Device = "cpu",
 ) -> None:
     """Train and evaluate every composition of a grid on the same budget; one table, CSV/JSON, plots.
 
@@ -72,7 +73,7 @@ def ablate(
     grid = Grid.from_dict(base)
     out = output if output is not None else fresh_output(None, f"runs/ablate-{preset or 'grid'}", False)
     with StudyProgress() as progress:
-        result = run_study(grid, out, workers=workers, overwrite=overwrite, callback=progress)
+        result = run_study(grid, out, workers=workers, overwrite=overwrite, callback=progress, device=device)
     for description, reason in result["skipped"]:
         err_console.print(f"[yellow]skipped[/] {escape(description)}: {escape(reason)}", highlight=False)
     console.print(results_table(result, grid))

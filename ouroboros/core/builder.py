@@ -6,6 +6,7 @@ checked first, on the config and a meta-device skeleton; only then are the weigh
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -50,8 +51,8 @@ def context_from_skeleton(cfg: OuroborosConfig, skeleton: torch.nn.Module, layou
 def build_components(cfg: OuroborosConfig, ctx: BuildContext, resolved: dict[str, tuple[type, Any]]
                      ) -> dict[str, torch.nn.Module]:
     """Construct the four components (fp32, seeded) and refuse incompatible compositions."""
-    torch.manual_seed(cfg.seed)
-    with torch.device("cpu"):
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):  # seeded, without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
         ctl_cls, ctl_cfg = resolved["controller"]
         controller = ctl_cls(ctl_cfg, ctx)
         mod_cls, mod_cfg = resolved["modulation"]
@@ -65,7 +66,7 @@ def build_components(cfg: OuroborosConfig, ctx: BuildContext, resolved: dict[str
             raise ConfigError(
                 f"controller '{ctl_cls.name}' would be trained for nothing: modulation '{mod_cls.name}' ignores "
                 f"its output; use --controller none with it, or a conditioned modulation (e.g. diagonal)")
-        mod_ctx = BuildContext(**{**ctx.__dict__, "cond_dim": controller.output_dim})
+        mod_ctx = dataclasses.replace(ctx, cond_dim=controller.output_dim)
         components = {"controller": controller, "modulation": mod_cls(mod_cfg, mod_ctx)}
         for kind in ("gate", "normalizer"):
             cls, kcfg = resolved[kind]

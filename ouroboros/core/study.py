@@ -25,13 +25,13 @@ def eval_windows(grid: Grid, tokenizer) -> dict[str, torch.Tensor]:
     return {name: load_windows(spec, tokenizer, grid.seq_len)[: grid.eval_windows] for name, spec in specs.items()}
 
 
-def losses(forward, windows: dict[str, torch.Tensor], grid: Grid) -> dict[str, float]:
+def losses(forward, windows: dict[str, torch.Tensor], grid: Grid, device: str) -> dict[str, float]:
     from .evaluate import mean_loss
 
-    return {name: mean_loss(forward, w, grid.batch, "cpu", grid.precision)[0] for name, w in windows.items()}
+    return {name: mean_loss(forward, w, grid.batch, device, grid.precision)[0] for name, w in windows.items()}
 
 
-def references(grid: Grid, out: Path) -> dict[str, Any]:
+def references(grid: Grid, out: Path, device: str = "cpu") -> dict[str, Any]:
     """Full and plain pruned backbone losses on the evaluation windows (computed once, kept in the folder)."""
     file = out / "references.json"
     if file.exists():
@@ -42,12 +42,13 @@ def references(grid: Grid, out: Path) -> dict[str, Any]:
 
     model = build_from_config(OuroborosConfig(backbone=grid.backbone, prelude=grid.prelude,
                                               recurrent=grid.recurrent, coda=grid.coda, controller="none",
-                                              modulation="none", gate="none", normalizer="none", rank=1))
+                                              modulation="none", gate="none", normalizer="none", rank=1)
+                              ).to(device)
     windows = eval_windows(grid, load_tokenizer(grid.backbone))
     with torch.no_grad():
-        pruned = losses(lambda ids: model(ids, depth=1, plain=True).logits, windows, grid)
-        full_model = load_backbone(grid.backbone)
-        full = losses(lambda ids: full_model(ids, use_cache=False).logits, windows, grid)
+        pruned = losses(lambda ids: model(ids, depth=1, plain=True).logits, windows, grid, device)
+        full_model = load_backbone(grid.backbone).to(device)
+        full = losses(lambda ids: full_model(ids, use_cache=False).logits, windows, grid, device)
     refs = {"full": full, "pruned": pruned, "split": [model.split.prelude, model.split.recurrent, model.split.coda],
             "windows": {k: list(v.shape) for k, v in windows.items()}}
     (out / "environment.json").write_text(json.dumps(environment(grid, state_hash(full_model)), indent=2) + "\n")
@@ -55,8 +56,8 @@ def references(grid: Grid, out: Path) -> dict[str, Any]:
     return refs
 
 
-def run_arm(grid: Grid, arm: Arm, folder: Path, threads: int | None = None, callback: Event | None = None
-            ) -> dict[str, Any]:
+def run_arm(grid: Grid, arm: Arm, folder: Path, threads: int | None = None, callback: Event | None = None,
+            device: str = "cpu") -> dict[str, Any]:
     """Build, train (resuming if interrupted) and evaluate one arm; its result.json marks it finished."""
     from .backbone import load_tokenizer
     from .builder import build_from_config
@@ -76,16 +77,16 @@ def run_arm(grid: Grid, arm: Arm, folder: Path, threads: int | None = None, call
     state = training_state(folder)
     start = time.perf_counter()
     if state is None or state["step"] < grid.steps:
-        trainer = Trainer(folder, cfg, resume=state is not None, callback=callback)
+        trainer = Trainer(folder, cfg, resume=state is not None, callback=callback, device=device)
         trainer.train()
         model = trainer.model
     else:
         from .model import OuroborosModel
 
-        model = OuroborosModel.from_pretrained(folder)
+        model = OuroborosModel.from_pretrained(folder).to(device)
     windows = eval_windows(grid, load_tokenizer(grid.backbone))
     with torch.no_grad():
-        result = losses(lambda ids: model(ids, depth=arm.depth).logits, windows, grid)
+        result = losses(lambda ids: model(ids, depth=arm.depth).logits, windows, grid, device)
     metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     record = {"arm": arm.id, "family": arm.family, **{k: v for k, v in arm.__dict__.items() if k != "options"},
               "options": dict(arm.options), "trainable": model.num_trainable_parameters(),
@@ -95,26 +96,26 @@ def run_arm(grid: Grid, arm: Arm, folder: Path, threads: int | None = None, call
     return record
 
 
-def run_study(grid: Grid, out: Path, *, workers: int = 1, overwrite: bool = False, callback: Event | None = None
-              ) -> dict[str, Any]:
+def run_study(grid: Grid, out: Path, *, workers: int = 1, overwrite: bool = False, callback: Event | None = None,
+              device: str = "cpu") -> dict[str, Any]:
     """Run every valid arm of ``grid`` into ``out``; returns {"arms", "skipped", "references", "rows"}."""
     callback = callback or (lambda event: None)
     arms, skipped = expand(grid)
     prepare_output(out, grid, overwrite)
     callback({"event": "plan", "arms": len(arms), "skipped": skipped})
-    refs = references(grid, out)
+    refs = references(grid, out, device)
     records = []
     if workers <= 1:
         for i, arm in enumerate(arms):
             callback({"event": "arm", "index": i, "arm": arm.id})
-            records.append(run_arm(grid, arm, out / "arms" / arm.id, callback=callback))
+            records.append(run_arm(grid, arm, out / "arms" / arm.id, callback=callback, device=device))
             callback({"event": "arm_done", "index": i, "arm": arm.id})
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
         import multiprocessing
 
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(run_arm, grid, arm, out / "arms" / arm.id, threads) for arm in arms]
+            futures = [pool.submit(run_arm, grid, arm, out / "arms" / arm.id, threads, None, device) for arm in arms]
             for i, future in enumerate(futures):
                 records.append(future.result())
                 callback({"event": "arm_done", "index": i, "arm": arms[i].id})
