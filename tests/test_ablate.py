@@ -189,3 +189,12 @@ ood = "{texts / 'ood.txt'}"
     ]:
         code, out = ouro("ablate", "--from", "grid.toml", "-o", "out", *args)
         assert code == 2 and message in out and "Traceback" not in out, (args, out)
+
+
+def test_workers_run_arms_in_parallel_processes_with_the_same_results(llama_dir, texts, tmp_path):
+    grid = tiny_grid(llama_dir, texts, depth=(2,), lr=(1e-2,), steps=3)
+    serial = study.run_study(grid, tmp_path / "serial")
+    parallel = study.run_study(grid, tmp_path / "parallel", workers=2)
+    assert [r["arm"] for r in serial["rows"]] == [r["arm"] for r in parallel["rows"]]
+    for a, b in zip(serial["rows"], parallel["rows"]):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)

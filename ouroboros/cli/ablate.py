@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -74,8 +75,10 @@ def ablate(
     out = output if output is not None else fresh_output(None, f"runs/ablate-{preset or 'grid'}", False)
     with StudyProgress() as progress:
         result = run_study(grid, out, workers=workers, overwrite=overwrite, callback=progress, device=device)
-    for description, reason in result["skipped"]:
-        err_console.print(f"[yellow]skipped[/] {escape(description)}: {escape(reason)}", highlight=False)
+    reasons = sorted({reason for _, reason in result["skipped"]})
+    if reasons:
+        err_console.print(f"[yellow]skipped {len(result['skipped'])} combinations[/] (listed in results.json): "
+                          + " / ".join(escape(r) for r in reasons), highlight=False)
     console.print(results_table(result, grid))
     console.print(f"results: {out}/results.csv, results.json; plots: {out}/loss_vs_depth.png, "
                   f"{out}/loss_curves.png")
@@ -118,7 +121,11 @@ def _set_axes(items: list[str]) -> dict[str, list[str]]:
 def _fmt(x: float | None, pct: bool = False) -> str:
     if x is None:
         return "n/a"
-    return f"{100 * x:.1f}%" if pct else f"{x:.4f}"
+    return f"{100 * x:.0f}%" if pct else f"{x:.3f}"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}K" if n >= 1e3 else str(n)
 
 
 def results_table(result: dict, grid) -> Table:
@@ -126,18 +133,23 @@ def results_table(result: dict, grid) -> Table:
     several_lrs = len(grid.lr) > 1
     title = (f"{grid.backbone}: {grid.steps} steps x batch {grid.batch} x {grid.seq_len} tokens, seed {grid.seed}; "
              f"losses on {grid.eval_windows} windows per set"
-             + ("; each arm at its best LR on the validation split" if several_lrs else ""))
-    table = Table(title=title)
-    for col in ("arm", "depth", "rank", "lr", "trainable", "train", "held-out (in)", "held-out (out)",
-                "recovered train", "recovered in", "recovered out"):
-        table.add_column(col, justify="left" if col == "arm" else "right")
+             + (f"; each arm at its best LR on the validation split, out of {', '.join(f'{x:g}' for x in grid.lr)}"
+                if several_lrs else ""))
+    table = Table(title=title, caption="d = depth, r = rank; losses on the training distribution (train), held-out "
+                                       "in-domain (in) and out-of-domain (out) text; rec, in%, out% = share of the "
+                                       "full-vs-pruned gap recovered on each")
+    table.box, table.pad_edge, table.padding, table.show_edge = box.SIMPLE_HEAD, False, (0, 0, 0, 1), False
+    widths = {"d": 2, "r": 3, "lr": 5, "params": 6, "train": 6, "in": 6, "out": 6, "rec": 5, "in%": 5, "out%": 5}
+    table.add_column("arm", overflow="fold")
+    for col, width in widths.items():
+        table.add_column(col, justify="right", no_wrap=True, width=width)
     for ref in ("full", "pruned"):
         table.add_row(f"{ref} backbone", "", "", "", "", *(_fmt(refs[ref][s]) for s in ("train", "heldout", "ood")),
                       "", "", "", style="dim")
     for row in sorted((r for r in rows if r["best_lr"] or not several_lrs),
                       key=lambda r: (r["family"], r["rank"], r["depth"])):
-        lr = f"{row['lr']:g}" + (f" (best of {len(row['lrs_tried'])})" if several_lrs else "")
-        table.add_row(escape(row["family"]), str(row["depth"]), str(row["rank"]), lr, f"{row['trainable']:,}",
+        lr = f"{row['lr']:.0e}"
+        table.add_row(escape(row["family"]), str(row["depth"]), str(row["rank"]), lr, _count(row["trainable"]),
                       *(_fmt(row["loss"][s]) for s in ("train", "heldout", "ood")),
                       *(_fmt(row["recovered"][s], pct=True) for s in ("train", "heldout", "ood")))
     return table

@@ -8,7 +8,8 @@ from typing import Any
 
 from .errors import ConfigError
 
-PAPER_COMPONENTS = dict(controller=["mlp", "none"], modulation=["diagonal", "static"], gate=["sigmoid", "none"],
+# static per-step LoRA ignores the controller, so it runs with controller "none" (see ablate.expand)
+PAPER_COMPONENTS = dict(controller=["mlp"], modulation=["diagonal", "static"], gate=["sigmoid", "none"],
                         normalizer=["rmsnorm"])
 
 PRESETS: dict[str, dict[str, Any]] = {
