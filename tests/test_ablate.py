@@ -60,6 +60,21 @@ def test_grid_errors(llama_dir, texts):
                          lr=(1e-3, 1e-2), gate=("sigmoid", "none")))  # the check is memoised across LRs
     with pytest.raises(ConfigError, match="unknown gate 'tanh'"):
         expand(tiny_grid(llama_dir, texts, gate=("tanh",)))
+    with pytest.raises(ConfigError, match=r"unknown grid keys \['depths'\]; known: backbone, batch"):
+        Grid.from_dict({"depths": [1, 2]})
+
+
+def test_grid_files(tmp_path):
+    from ouroboros.core.presets import load_grid_file
+
+    (tmp_path / "g.toml").write_text('gate = ["sigmoid", "none"]\nsteps = 7\n[set]\n"controller.pooling" = "token"\n')
+    grid = Grid.from_dict(load_grid_file(tmp_path / "g.toml"))
+    assert grid.gate == ("sigmoid", "none") and grid.steps == 7 and grid.options == {"controller.pooling": ("token",)}
+    (tmp_path / "bad.toml").write_text("gate = [")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_grid_file(tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_grid_file(tmp_path / "missing.toml")
 
 
 def test_paper_preset_expands_to_the_papers_study():

@@ -67,10 +67,9 @@ class Grid:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Grid":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown grid keys {unknown}; known: {', '.join(sorted(known))}")
+        from .config import reject_unknown_keys
+
+        reject_unknown_keys(data, cls, "grid")
         axes = {"controller", "modulation", "gate", "normalizer", "depth", "rank", "lr"}
         out = {k: (tuple(v) if isinstance(v, (list, tuple)) else (v,)) if k in axes else v for k, v in data.items()}
         if "options" in data:

@@ -13,6 +13,14 @@ DEFAULT_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+def reject_unknown_keys(data: Mapping[str, Any], cls: type, what: str) -> None:
+    """ConfigError naming the keys of ``data`` that are no field of the dataclass ``cls``, and the known ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} keys {unknown}; known: {', '.join(sorted(known))}")
+
+
 @dataclass(frozen=True)
 class OuroborosConfig:
     backbone: str = "smollm2-135m"
@@ -64,10 +72,7 @@ class OuroborosConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "OuroborosConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config keys {unknown}; known: {', '.join(sorted(known))}")
+        reject_unknown_keys(data, cls, "config")
         data = dict(data)
         if "targets" in data:
             data["targets"] = tuple(data["targets"])
