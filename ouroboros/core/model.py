@@ -34,7 +34,7 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, attention_mask: t
 
 
 def chunked_lm_loss(h: torch.Tensor, head: nn.Module, labels: torch.Tensor,
-                    attention_mask: torch.Tensor | None = None, chunk: int = 1024) -> torch.Tensor:
+                    attention_mask: torch.Tensor | None = None, chunk: int = 256) -> torch.Tensor:
     """:func:`causal_lm_loss` of ``head(h)`` without ever holding all the logits: ``chunk`` tokens at a time,
     each chunk's logits recomputed in the backward pass (activation checkpointing)."""
     from torch.utils.checkpoint import checkpoint
